@@ -1,0 +1,1 @@
+"""A local development stack: PostgreSQL, Redis and a Fides server for the demo, end-to-end tests and benchmarks."""
