@@ -95,7 +95,9 @@ class FidesServer:
         self.log(f"Fides: starting the webserver on {self.url} (log: {self.webserver_log})")
         self._wait_healthy()
         for index in range(self.workers):
-            self._spawn([fides, "worker"], self.worker_log(index), env)
+            # Each worker serves a Celery health check on its own port.
+            worker_env = {**env, "FIDES__CELERY__HEALTHCHECK_PORT": str(free_port())}
+            self._spawn([fides, "worker"], self.worker_log(index), worker_env)
         if self.workers:
             self.log(f"Fides: started {self.workers} Celery worker(s)")
             self._wait_for_workers()
