@@ -41,6 +41,7 @@ class FidesServer:
     root_client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     redis_db_index: int = field(default_factory=lambda: secrets.randbelow(14) + 1)
     app_encryption_key: str = field(default_factory=lambda: secrets.token_hex(16))
+    extra_env: dict[str, str] = field(default_factory=dict)
     _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -84,7 +85,7 @@ class FidesServer:
             "FIDES__SECURITY__DOMAIN_VALIDATION_MODE": "disabled",
             "FIDES__USER__ANALYTICS_OPT_OUT": "true",
         }
-        return {**os.environ, **settings}
+        return {**os.environ, **settings, **self.extra_env}
 
     def start(self) -> "FidesServer":
         self.log(f"Fides: installing the connector into {self.workdir}")

@@ -37,6 +37,7 @@ class Stack:
         max_wait_seconds: float = 120.0,
         log: Callable[[str], None] = print,
         keep_workdir: bool = False,
+        fides_env: Optional[dict[str, str]] = None,
     ) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="fides-movable-ink-"))
         self.workers = workers
@@ -45,6 +46,7 @@ class Stack:
         self.max_wait_seconds = max_wait_seconds
         self.log = log
         self.keep_workdir = keep_workdir
+        self.fides_env = fides_env or {}
         suffix = secrets.token_hex(4)
         self.app_db = f"fides_mi_app_{suffix}"
         self.customer_db = f"fides_mi_customer_{suffix}"
@@ -84,7 +86,13 @@ class Stack:
         self.log(f"Movable Ink sandbox: serving on {self.sandbox.url}")
 
         self.fides = FidesServer(
-            self.workdir, postgres, self.services.redis, self.app_db, workers=self.workers, log=self.log
+            self.workdir,
+            postgres,
+            self.services.redis,
+            self.app_db,
+            workers=self.workers,
+            log=self.log,
+            extra_env=self.fides_env,
         ).start()
         self._api = self.fides.api()
         self.configure()
