@@ -10,6 +10,7 @@ import yaml
 from fides_movable_ink import templates
 
 TERMINAL_REQUEST_STATUSES = {"complete", "error", "canceled", "denied"}
+MAX_REQUESTS_PER_CALL = 50  # POST /privacy-request refuses longer lists
 
 
 class FidesApiError(RuntimeError):
@@ -113,10 +114,21 @@ class FidesApi:
     # -- privacy requests ----------------------------------------------------------------------
 
     def submit_erasure(self, email: str, policy_key: str = "default_erasure_policy") -> str:
-        answer = self._call("POST", "/privacy-request", json=[{"identity": {"email": email}, "policy_key": policy_key}])
-        if answer.get("failed"):
-            raise FidesApiError(f"Fides refused the privacy request: {answer['failed']}")
-        return str(answer["succeeded"][0]["id"])
+        return self.submit_erasures([email], policy_key)[0]
+
+    def submit_erasures(self, emails: list[str], policy_key: str = "default_erasure_policy") -> list[str]:
+        """Submits one erasure per email, 50 per call (Fides' limit); returns the ids in the same order."""
+        ids: list[str] = []
+        for start in range(0, len(emails), MAX_REQUESTS_PER_CALL):
+            batch = emails[start : start + MAX_REQUESTS_PER_CALL]
+            answer = self._call(
+                "POST", "/privacy-request", json=[{"identity": {"email": e}, "policy_key": policy_key} for e in batch]
+            )
+            if answer.get("failed"):
+                raise FidesApiError(f"Fides refused privacy requests: {answer['failed']}")
+            # Fides answers in the order it was given (the answer omits the identity).
+            ids += [str(item["id"]) for item in answer["succeeded"]]
+        return ids
 
     def privacy_request(self, request_id: str) -> dict[str, Any]:
         answer = self._call("GET", f"/privacy-request?request_id={request_id}&verbose=true")
@@ -125,6 +137,21 @@ class FidesApi:
     def execution_log(self, request_id: str) -> list[dict[str, Any]]:
         answer = self._call("GET", f"/privacy-request/{request_id}/log?size=100")
         return list(answer["items"])
+
+    def wait_for_all(self, request_ids: list[str], timeout: float = 600.0) -> dict[str, str]:
+        """Polls until every privacy request is terminal; returns each final status."""
+        deadline = time.monotonic() + timeout
+        final: dict[str, str] = {}
+        while True:
+            for request_id in [r for r in request_ids if r not in final]:
+                status = str(self.privacy_request(request_id)["status"])
+                if status in TERMINAL_REQUEST_STATUSES:
+                    final[request_id] = status
+            if len(final) == len(request_ids):
+                return final
+            if time.monotonic() > deadline:
+                raise FidesApiError(f"{len(request_ids) - len(final)} privacy request(s) not finished after {timeout:.0f} s")
+            time.sleep(1.0)
 
     def retry(self, request_id: str) -> None:
         self._call("POST", f"/privacy-request/{request_id}/retry")
