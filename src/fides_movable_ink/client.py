@@ -5,6 +5,7 @@ Fides glue lives in `fides_override`. Every wire-format name comes from `contrac
 """
 
 import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -416,8 +417,12 @@ def _unexpected(what: str, response: requests.Response) -> UnexpectedAnswer:
 
 
 def _scrub(text: str, mi_u: str) -> str:
-    """Replaces an mi_u echoed in Movable Ink's answer with its fingerprint."""
-    return text.replace(mi_u, fingerprint(mi_u)) if mi_u else text
+    """Replaces an mi_u echoed in Movable Ink's answer, raw or JSON-escaped, with its fingerprint."""
+    if not mi_u:
+        return text
+    for form in (mi_u, json.dumps(mi_u)[1:-1], json.dumps(mi_u, ensure_ascii=False)[1:-1]):
+        text = text.replace(form, fingerprint(mi_u))
+    return text
 
 
 _Answer = TypeVar("_Answer", TokenAnswer, TokenErrorAnswer, SubmitAnswer, StatusAnswer)

@@ -2,13 +2,20 @@
 
 Fides imports this module (through the shim `fides-movable-ink install` writes) in
 the webserver and in every worker. No `from __future__ import annotations` here:
-Fides checks that a DELETE override's return annotation is exactly `int`.
+Fides checks that a DELETE override's return annotation is exactly `int` and a
+READ override's exactly `List[Row]`.
 """
 
-from typing import Any, Dict, List, Optional, cast
-from urllib.parse import urlparse
+from typing import Any, Dict, Iterable, List, Optional, Tuple, cast
+from urllib.parse import ParseResult, urlparse
 
-from fides.api.common_exceptions import ConnectionException, FidesopsException, OAuth2TokenException
+from fides.api.common_exceptions import (
+    ConnectionException,
+    DomainValidationError,
+    FidesopsException,
+    OAuth2TokenException,
+)
+from fides.api.graph.execution import ExecutionNode
 from fides.api.models.policy import Policy
 from fides.api.models.privacy_request import PrivacyRequest
 from fides.api.schemas.saas.shared_schemas import HTTPMethod, SaaSRequestParams
@@ -21,9 +28,11 @@ from fides.api.service.saas_request.saas_request_override_factory import (
     SaaSRequestType,
     register,
 )
+from fides.api.util.collection_util import Row
 from fides.api.util.saas_util import deny_unsafe_hosts
 from loguru import logger
 
+from fides_movable_ink import contract
 from fides_movable_ink.client import (
     Deletion,
     MovableInkClient,
@@ -34,6 +43,7 @@ from fides_movable_ink.client import (
     fetch_token,
 )
 
+READ_OVERRIDE = "movable_ink_user_read"
 DELETE_OVERRIDE = "movable_ink_user_delete"
 TEST_OVERRIDE = "movable_ink_test_connection"
 
@@ -44,6 +54,26 @@ FIELD_LABELS = {
     "client_id": "Client ID",
     "client_secret": "Client Secret",
 }
+
+
+@register(READ_OVERRIDE, [SaaSRequestType.READ])
+def movable_ink_user_read(
+    client: AuthenticatedClient,
+    node: ExecutionNode,
+    policy: Policy,
+    privacy_request: PrivacyRequest,
+    input_data: Dict[str, List[Any]],
+    secrets: Dict[str, Any],
+) -> List[Row]:
+    """One row per distinct mi_u read from the mapping table; calls nothing.
+
+    Replaces a path-less read with an `output` template: Fides pastes values into
+    that JSON text unescaped, so an mi_u with `"` or `\\` broke the read.
+    """
+    mi_us, skipped = _distinct_mi_us(input_data.get("mi_u") or [])
+    if skipped:
+        logger.info("Skipping {} Movable Ink mapping value(s) without an mi_u", skipped)
+    return [{"mi_u": mi_u} for mi_u in mi_us]
 
 
 @register(DELETE_OVERRIDE, [SaaSRequestType.DELETE])
@@ -66,12 +96,9 @@ def movable_ink_user_delete(
         )
         return 0
 
-    mi_us = [str(row["mi_u"]) for row in param_values_per_row if row.get("mi_u") not in (None, "")]
-    if len(mi_us) < len(param_values_per_row):
-        logger.info(
-            "Skipping {} Movable Ink row(s) without an mi_u",
-            len(param_values_per_row) - len(mi_us),
-        )
+    mi_us, skipped = _distinct_mi_us(row.get("mi_u") for row in param_values_per_row)
+    if skipped:
+        logger.info("Skipping {} Movable Ink row(s) without an mi_u", skipped)
     if not mi_us:
         return 0
 
@@ -134,16 +161,49 @@ def _fides_token_source(client: AuthenticatedClient) -> TokenSource:
 
 
 def _base_url(client: AuthenticatedClient) -> str:
-    """The URL Fides built from the Domain (http only for a sandbox instance), checked by Fides' host guard."""
-    host = urlparse(client.uri).hostname or ""
+    """The URL Fides built from the Domain, refused unless Fides would send its own requests there.
+
+    Our client makes its own HTTP calls, not through `client.send`, so it repeats
+    the checks `send` makes: the host guard and the allowed-domain check (which
+    honours FIDES__SECURITY__DOMAIN_VALIDATION_MODE).
+    """
+    url = urlparse(client.uri)
+    if url.username is not None or url.password is not None:
+        # Never echo a Domain that carries credentials.
+        raise ConnectionException(
+            f"The Movable Ink {FIELD_LABELS['domain']} must be a host name only, for example "
+            "app.movableink.com, without a user name or password."
+        )
+    if not _is_bare_host(url):
+        raise ConnectionException(
+            f"The Movable Ink {FIELD_LABELS['domain']} must be a host name only, for example "
+            f"app.movableink.com, without 'https://', a path or a query; Fides built '{client.uri}' from it."
+        )
     try:
-        deny_unsafe_hosts(host)
+        client._validate_request_domain(url.netloc)  # pylint: disable=protected-access
+    except DomainValidationError as exc:
+        raise ConnectionException(
+            f"The Movable Ink {FIELD_LABELS['domain']} '{url.netloc}' is not one of the allowed hosts "
+            f"[{', '.join(contract.ALLOWED_DOMAINS)}], so the client secret is not sent there. "
+            "Set the Domain to your Movable Ink host, for example app.movableink.com."
+        ) from exc
+    try:
+        deny_unsafe_hosts(url.netloc)
     except Exception as exc:
         raise ConnectionException(
-            f"Fides refuses to call the Movable Ink Domain '{host}': {exc}. Set the Domain to your "
-            "Movable Ink host, for example app.movableink.com."
+            f"Fides refuses to call the Movable Ink {FIELD_LABELS['domain']} '{url.netloc}': {exc}. "
+            "Set the Domain to your Movable Ink host, for example app.movableink.com."
         ) from exc
-    return client.uri
+    return client.uri.rstrip("/")
+
+
+def _is_bare_host(url: ParseResult) -> bool:
+    """True when the URL is scheme://host[:port] and nothing more."""
+    try:
+        port_ok = url.port is None or url.port > 0  # .port raises on a malformed port
+    except ValueError:
+        return False
+    return port_ok and bool(url.hostname) and url.path in ("", "/") and not (url.params or url.query or url.fragment)
 
 
 def _required(secrets: Dict[str, Any], name: str) -> str:
@@ -154,6 +214,22 @@ def _required(secrets: Dict[str, Any], name: str) -> str:
             "system's Integrations tab."
         )
     return str(value)
+
+
+def _distinct_mi_us(values: Iterable[Any]) -> Tuple[List[str], int]:
+    """Distinct mi_u values in first-seen order, and how many were NULL or blank.
+
+    Values are kept exactly as stored (quotes, spaces, unicode and all): they only
+    ever travel in JSON bodies, never in a URL.
+    """
+    distinct: Dict[str, None] = {}
+    skipped = 0
+    for value in values:
+        if value is None or not str(value).strip():
+            skipped += 1
+        else:
+            distinct.setdefault(str(value), None)
+    return list(distinct), skipped
 
 
 def _poll_policy(secrets: Dict[str, Any]) -> PollPolicy:

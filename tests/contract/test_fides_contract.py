@@ -1,24 +1,32 @@
 """The template files and overrides against the installed ethyca-fides' own models and checks."""
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
+from fides.api.common_exceptions import DomainValidationError
 from fides.api.graph.config import CollectionAddress, FieldAddress
 from fides.api.graph.graph import DatasetGraph
 from fides.api.graph.traversal import Traversal
 from fides.api.models.datasetconfig import convert_dataset_to_graph
+from fides.api.schemas.connection_configuration.connection_secrets_saas import SaaSSchemaFactory
 from fides.api.schemas.saas.saas_config import SaaSConfig
 from fides.api.schemas.saas.strategy_configuration import OAuth2BaseConfiguration
+from fides.api.service.connectors.saas.authenticated_client import AuthenticatedClient
 from fides.api.service.saas_request.saas_request_override_factory import (
     SaaSRequestOverrideFactory,
     SaaSRequestType,
+    validate_read_override_function,
     validate_test_override_function,
     validate_update_override_function,
 )
 from fides.api.util.saas_util import load_config_from_string
 from fides.api.util.unsafe_file_util import verify_svg
+from fides.config import CONFIG
+from fides.config.security_settings import DomainValidationMode
 from fideslang.models import Dataset
+from pydantic import ValidationError
 
 from fides_movable_ink import contract, fides_override, templates
 
@@ -85,6 +93,7 @@ def test_icon_passes_fides_svg_check() -> None:
 @pytest.mark.parametrize(
     "name, request_type, validate",
     [
+        (fides_override.READ_OVERRIDE, SaaSRequestType.READ, validate_read_override_function),
         (fides_override.DELETE_OVERRIDE, SaaSRequestType.DELETE, validate_update_override_function),
         (fides_override.TEST_OVERRIDE, SaaSRequestType.TEST, validate_test_override_function),
     ],
@@ -93,13 +102,28 @@ def test_yaml_override_names_are_registered_and_pass_fides_checks(
     name: str, request_type: SaaSRequestType, validate: Any
 ) -> None:
     config = instance_config()
+    requests = config.endpoints[0].requests
+    reads = requests.read if isinstance(requests.read, list) else [requests.read]
     named_in_yaml = {
-        SaaSRequestType.DELETE: config.endpoints[0].requests.delete.request_override,  # type: ignore[union-attr]
-        SaaSRequestType.TEST: config.test_request.request_override,
+        SaaSRequestType.READ: [read.request_override for read in reads if read],
+        SaaSRequestType.DELETE: [requests.delete.request_override],  # type: ignore[union-attr]
+        SaaSRequestType.TEST: [config.test_request.request_override],
     }[request_type]
-    assert named_in_yaml == name
+    assert named_in_yaml == [name]
     function = SaaSRequestOverrideFactory.get_override(name, request_type)
     validate(function)
+
+
+def test_read_is_an_override_not_an_output_template() -> None:
+    # Fides pastes values into an `output` template's JSON text unescaped.
+    [read] = [instance_config().endpoints[0].requests.read]  # type: ignore[list-item]
+    assert read.request_override == fides_override.READ_OVERRIDE  # type: ignore[union-attr]
+    assert read.output is None and read.path is None  # type: ignore[union-attr]
+    assert [(p.name, p.references) for p in read.param_values or []] == [("mi_u", ["movable_ink_user_id"])]  # type: ignore[union-attr]
+
+
+def test_fides_reports_access_and_erasure_support() -> None:
+    assert [action.value for action in instance_config().supported_actions] == ["access", "erasure"]
 
 
 def test_graph_resolves_the_external_reference_from_the_mapping_table() -> None:
@@ -127,3 +151,67 @@ def test_graph_resolves_the_external_reference_from_the_mapping_table() -> None:
     assert CollectionAddress(saas_graph.name, "user") in traversal.traversal_node_dict
     # The dataset Fides instantiates from the template agrees with the SaaS config's graph.
     assert [c.name for c in instance_dataset().collections] == ["user"]
+
+
+# -- Domain validation, as Fides applies it when FIDES__SECURITY__DOMAIN_VALIDATION_MODE is enabled --
+
+
+@pytest.fixture
+def domain_validation_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(CONFIG, "dev_mode", False)
+    monkeypatch.setattr(CONFIG.security, "domain_validation_mode", DomainValidationMode.enabled)
+    monkeypatch.delenv("FIDES__SECURITY__DOMAIN_VALIDATION_MODE", raising=False)
+
+
+def instantiate_secrets(**overrides: Any) -> dict[str, Any]:
+    """The secrets the instantiate endpoint validates, as the Integrations form sends them."""
+    return {
+        "domain": contract.DEFAULT_DOMAIN,
+        "brand": "Acme",
+        "client_id": "id",
+        "client_secret": "secret",
+        "movable_ink_user_id": {"dataset": MAPPING_DATASET, "field": "movable_ink_user_map.mi_u", "direction": "from"},
+        **overrides,
+    }
+
+
+@pytest.mark.parametrize(
+    "domain", ["https://app.movableink.com", "app.movableink.com/api", "app.movableink.com:8443", "evil.example.com"]
+)
+def test_fides_rejects_a_domain_outside_the_allowed_hosts_naming_it(
+    domain_validation_enabled: None, domain: str
+) -> None:
+    # The schema the instantiate and secrets endpoints validate with (422 with this message).
+    schema = SaaSSchemaFactory(instance_config()).get_saas_schema()
+    with pytest.raises(ValidationError) as raised:
+        schema(**instantiate_secrets(domain=domain))
+    [error] = raised.value.errors()
+    assert f"The value '{domain}' for 'domain' is not in the list of allowed values" in error["msg"]
+    assert "app.movableink.com, *.movableink.com" in error["msg"]
+
+
+@pytest.mark.parametrize("domain", ["app.movableink.com", "eu.movableink.com"])
+def test_fides_accepts_movable_ink_hosts(domain_validation_enabled: None, domain: str) -> None:
+    schema = SaaSSchemaFactory(instance_config()).get_saas_schema()
+    assert schema(**instantiate_secrets(domain=domain)).domain == domain  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("missing", ["brand", "client_id", "client_secret", "movable_ink_user_id"])
+def test_fides_rejects_missing_required_settings_naming_them(missing: str) -> None:
+    schema = SaaSSchemaFactory(instance_config()).get_saas_schema()
+    secrets = instantiate_secrets()
+    del secrets[missing]
+    with pytest.raises(ValidationError) as raised:
+        schema(**secrets)
+    assert "must be supplied all of: [brand, client_id, client_secret, movable_ink_user_id]" in str(raised.value)
+
+
+def test_fides_own_send_check_covers_our_allowed_hosts(domain_validation_enabled: None) -> None:
+    """The check `_base_url` borrows from Fides' client sees exactly contract.ALLOWED_DOMAINS."""
+    config = instance_config()
+    configuration: Any = SimpleNamespace(get_saas_config=lambda: config)
+    client = AuthenticatedClient("https://app.movableink.com", configuration, config.client_config)
+    client._validate_request_domain("eu.movableink.com")
+    with pytest.raises(DomainValidationError, match="evil.example.com"):
+        client._validate_request_domain("evil.example.com")
+    assert client._allowed_hosts == contract.ALLOWED_DOMAINS

@@ -230,3 +230,13 @@ def test_fetch_token_sends_the_form_and_names_each_failure(requests_mock: rm.Moc
     requests_mock.post(url, exc=requests.ConnectionError("no route"))
     with pytest.raises(DomainUnreachable, match="Could not reach Movable Ink at https://app.movableink.com"):
         fetch_token(BASE, "id", "secret", sleep=Sleeps())
+
+
+def test_an_mi_u_echoed_json_escaped_is_scrubbed_too(requests_mock: rm.Mocker) -> None:
+    mi_u = 'quo"te\\ü'
+    requests_mock.post(SUBMIT_URL, status_code=400, text=json.dumps({"error": f"bad mi_u {mi_u}"}))
+
+    [deletion] = make_client().delete_users([mi_u], reference="pri", policy=FAST)
+
+    assert "HTTP 400" in (deletion.error or "") and fingerprint(mi_u) in (deletion.error or "")
+    assert json.dumps(mi_u)[1:-1] not in (deletion.error or "") and "quo" not in (deletion.error or "")
