@@ -314,6 +314,11 @@ class Sandbox:
         with self._lock:
             return [d.record(now) for d in self._deletions.values()]
 
+    def issued_token_digests(self) -> set[str]:
+        """SHA-256 hex digests of every token issued, for tests that look for leaked tokens."""
+        with self._lock:
+            return set(self._tokens)
+
     def faults(self) -> dict[str, Any]:
         """The faults in force, for inspection."""
         with self._lock:

@@ -74,8 +74,7 @@ def instantiate(stack: Stack, secrets: dict[str, Any]) -> requests.Response:
 def issued_tokens(stack: Stack) -> set[str]:
     """SHA-256 digests of every access token the sandbox issued this session."""
     assert stack.sandbox is not None
-    with stack.sandbox._lock:
-        return set(stack.sandbox._tokens)
+    return stack.sandbox.issued_token_digests()
 
 
 def tokens_in(text: str, digests: set[str]) -> bool:
