@@ -88,6 +88,14 @@ class FidesServer:
         return {**os.environ, **settings, **self.extra_env}
 
     def start(self) -> "FidesServer":
+        """Starts the webserver and workers; if any fails to come up, stops the others first."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> "FidesServer":
         self.log(f"Fides: installing the connector into {self.workdir}")
         installer.install(self.workdir)
         env = self.env()
