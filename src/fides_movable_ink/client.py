@@ -20,6 +20,7 @@ from tenacity import (
     retry_if_result,
     stop_after_attempt,
     stop_before_delay,
+    stop_never,
     wait_exponential_jitter,
 )
 
@@ -149,6 +150,7 @@ def send_with_retries(
     url: str,
     sleep: Optional[Callable[[float], None]] = None,
     attempts: int = 5,
+    budget: Optional[float] = None,
     **kwargs: Any,
 ) -> requests.Response:
     """One HTTP call, repeated on dropped connections, timeouts, 429 and 5xx.
@@ -157,6 +159,7 @@ def send_with_retries(
     with jitter. Returns the last answer when every attempt got a 429/5xx, so the
     caller can show it. POST is repeated too: a deletion is idempotent, so a second
     POST for an mi_u whose first answer was lost deletes the same person again.
+    With a `budget` (seconds), no repeat starts once it is spent.
     """
     backoff = wait_exponential_jitter(initial=0.5, max=30.0, jitter=0.5)
 
@@ -170,7 +173,7 @@ def send_with_retries(
 
     try:
         for attempt in Retrying(
-            stop=stop_after_attempt(attempts),
+            stop=stop_after_attempt(attempts) | (stop_before_delay(budget) if budget is not None else stop_never),
             wait=wait,
             retry=retry_if_exception_type((_TransientAnswer, *TRANSIENT_ERRORS)),
             sleep=time.sleep if sleep is None else sleep,
@@ -246,6 +249,8 @@ class MovableInkClient:
         self._session = session or requests.Session()
         self._timeout = timeout
         self._sleep = sleep if sleep is not None else (lambda seconds: time.sleep(seconds))
+        # While polling, no call may outlast the wait the user allowed (time.monotonic()).
+        self._deadline: Optional[float] = None
 
     def delete_users(
         self,
@@ -346,6 +351,7 @@ class MovableInkClient:
             return [d for d in pending if not d.terminal]
 
         # The first poll waits one interval: a deletion is never done the moment it is accepted.
+        self._deadline = time.monotonic() + policy.max_wait
         self._sleep(policy.first_interval)
         retrying = Retrying(
             stop=stop_before_delay(max(policy.max_wait - policy.first_interval, 0.0)),
@@ -357,10 +363,13 @@ class MovableInkClient:
             sleep=self._sleep,
             reraise=True,
         )
-        still_pending = retrying(poll_round)
+        try:
+            still_pending = retrying(poll_round)
+        finally:
+            self._deadline = None
         for deletion in still_pending or []:
             deletion.error = (
-                f"still '{deletion.status}' after waiting {policy.max_wait:.0f} s"
+                f"still '{deletion.status}' after waiting {policy.max_wait:g} s"
                 + (f"; last error: {deletion.error}" if deletion.error else "")
             )
             deletion.status = "timed out"
@@ -391,14 +400,21 @@ class MovableInkClient:
         return self._token
 
     def _send(self, method: str, path: str, token: str, **kwargs: Any) -> requests.Response:
+        timeout, budget = self._timeout, None
+        if self._deadline is not None:
+            budget = self._deadline - time.monotonic()
+            if budget <= 0:
+                raise UnexpectedAnswer("no time left to ask Movable Ink within the maximum wait")
+            timeout = (min(timeout[0], budget), min(timeout[1], budget))
         try:
             return send_with_retries(
                 self._session,
                 method,
                 self.base_url + path,
                 sleep=self._sleep,
+                budget=budget,
                 headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-                timeout=self._timeout,
+                timeout=timeout,
                 **kwargs,
             )
         except requests.RequestException as exc:

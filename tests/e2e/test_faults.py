@@ -8,6 +8,7 @@ what to do.
 import threading
 import time
 from collections import Counter
+from datetime import datetime
 
 import pytest
 
@@ -145,6 +146,29 @@ def test_deletion_slower_than_the_wait_limit_errors_naming_the_request_id(fresh:
     assert f"request {deletion.id}" in message and "timed out" in message
     assert "after waiting 3 s" in message and "Follow up the request ids" in message
     assert len(fresh.mapping_rows("slow@example.com")) == 1  # nothing lost: the mapping stays
+
+
+def test_status_answers_slower_than_the_wait_limit_error_within_it(fresh: Stack, sandbox: Sandbox) -> None:
+    fresh.seed("sluggish@example.com", "mi-sluggish")
+    fresh.api.set_secrets(CONNECTION_KEY, fresh.secrets(fresh.mapping_dataset, max_wait_seconds="3"))
+    sandbox.slow_responses(50, delay=20.0, kinds=["status"])
+    try:
+        request_id, status = erase(fresh, "sluggish@example.com")
+    finally:
+        fresh.forget_token()
+
+    assert status == "error"
+    [deletion] = sandbox.deletions()
+    message = error_message(fresh, request_id)
+    assert f"request {deletion.id}" in message and "timed out" in message and "after waiting 3 s" in message
+    # The step gave up within the wait it allowed, not after a 20 s answer (which would have
+    # said "completed") or its retries.
+    steps = {
+        entry["status"]: datetime.fromisoformat(entry["updated_at"])
+        for entry in fresh.api.execution_log(request_id)
+        if entry.get("collection_name") == "user" and entry["action_type"] == "erasure"
+    }
+    assert (steps["error"] - steps["in_processing"]).total_seconds() < 8
 
 
 def test_failed_deletion_names_every_request_id_including_confirmed_ones(fresh: Stack, sandbox: Sandbox) -> None:

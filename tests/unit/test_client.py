@@ -1,6 +1,7 @@
 """MovableInkClient against requests-mock: wire format, polling, retries, errors."""
 
 import json
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -240,3 +241,19 @@ def test_an_mi_u_echoed_json_escaped_is_scrubbed_too(requests_mock: rm.Mocker) -
 
     assert "HTTP 400" in (deletion.error or "") and fingerprint(mi_u) in (deletion.error or "")
     assert json.dumps(mi_u)[1:-1] not in (deletion.error or "") and "quo" not in (deletion.error or "")
+
+
+def test_slow_status_answers_cannot_stretch_the_maximum_wait() -> None:
+    """Against the real sandbox over HTTP: every status answer takes 5 s, the wait allowed is 1.5 s."""
+    from fides_movable_ink.sandbox import Sandbox
+
+    with Sandbox(processing_time=0.2) as sandbox:
+        sandbox.slow_responses(20, delay=5.0, kinds=["status"])
+        client = MovableInkClient(sandbox.url, "Acme", lambda renew: fetch_token(sandbox.url, "sandbox-client", "sandbox-secret"))
+        started = time.monotonic()
+
+        [deletion] = client.delete_users(["mi-slow"], "pri", PollPolicy(max_wait=1.5, first_interval=0.1, max_interval=0.2))
+
+        took = time.monotonic() - started
+    assert deletion.status == "timed out" and "after waiting 1.5 s" in (deletion.error or "")
+    assert took < 3.5, f"the wait took {took:.1f} s for a maximum of 1.5 s"
