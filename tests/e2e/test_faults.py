@@ -138,7 +138,7 @@ def test_deletion_slower_than_the_wait_limit_errors_naming_the_request_id(fresh:
     try:
         request_id, status = erase(fresh, "slow@example.com")
     finally:
-        fresh.forget_token()  # restores the stack's own settings
+        fresh.reset_secrets()
 
     assert status == "error"
     [deletion] = sandbox.deletions()
@@ -155,7 +155,7 @@ def test_status_answers_slower_than_the_wait_limit_error_within_it(fresh: Stack,
     try:
         request_id, status = erase(fresh, "sluggish@example.com")
     finally:
-        fresh.forget_token()
+        fresh.reset_secrets()
 
     assert status == "error"
     [deletion] = sandbox.deletions()

@@ -42,7 +42,7 @@ def hostile_erasure(stack: Stack) -> Erasure:
     sandbox = stack.sandbox
     assert sandbox is not None
     stack.seed(EMAIL, *HOSTILE_MI_US, *MESSY_ROWS)
-    stack.forget_token()  # so Fides' own OAuth2 strategy fetches a token during this erasure
+    stack.reset_secrets()  # drops the stored token: Fides' OAuth2 strategy fetches one in this erasure
     sandbox.reset()
     request_id = stack.api.submit_erasure(EMAIL)
     status = stack.api.wait_for(request_id, timeout=90)

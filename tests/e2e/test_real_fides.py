@@ -23,7 +23,7 @@ def error_messages(stack: Stack, request_id: str) -> str:
 
 def test_happy_path_deletes_from_movable_ink_then_erases_the_mapping_row(fresh: Stack) -> None:
     fresh.seed("happy@example.com", "mi-happy-1")
-    fresh.forget_token()
+    fresh.reset_secrets()  # drops the stored token
     fresh.sandbox.reset()  # type: ignore[union-attr]
 
     request_id, status = erase(fresh, "happy@example.com")
@@ -90,7 +90,7 @@ def test_wrong_client_secret_fails_test_connection_saying_so(fresh: Stack) -> No
         assert "refused the credentials" in (result.get("failure_reason") or "")
         assert "Client Secret" in (result.get("failure_reason") or "")
     finally:
-        fresh.forget_token()  # puts the right secrets back
+        fresh.reset_secrets()  # puts the right secret back
     assert fresh.api.test_connection(CONNECTION_KEY)["test_status"] == "succeeded"
 
 
@@ -98,7 +98,7 @@ def test_five_requests_in_a_row_reuse_one_token(fresh: Stack) -> None:
     emails = [f"five-{n}@example.com" for n in range(5)]
     for n, email in enumerate(emails):
         fresh.seed(email, f"mi-five-{n}")
-    fresh.forget_token()
+    fresh.reset_secrets()  # drops the stored token
     fresh.sandbox.reset()  # type: ignore[union-attr]
 
     statuses = [erase(fresh, email)[1] for email in emails]

@@ -17,7 +17,7 @@ def test_100_erasures_at_once_each_mi_u_deleted_exactly_once(worker_stack: Stack
     sandbox = worker_stack.sandbox
     assert sandbox is not None
     sandbox.reset()
-    worker_stack.forget_token()
+    worker_stack.reset_secrets()  # drops the stored token
     sandbox.reset()
     emails = [f"bulk-{n:03}@example.com" for n in range(100)]
     expected: list[str] = []

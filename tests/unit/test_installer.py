@@ -5,6 +5,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 import yaml
 
 from fides_movable_ink import cli, installer, templates
@@ -76,7 +77,7 @@ def test_shim_registers_the_overrides_in_a_fides_process(tmp_path: Path) -> None
     assert "registered" in result.stdout, result.stderr[-2000:]
 
 
-def test_package_builds_the_upload_zip(tmp_path: Path, capsys: object) -> None:
+def test_package_builds_the_upload_zip(tmp_path: Path) -> None:
     output = tmp_path / "out" / "movable_ink.zip"
 
     assert cli.main(["package", "-o", str(output)]) == 0
@@ -88,13 +89,12 @@ def test_package_builds_the_upload_zip(tmp_path: Path, capsys: object) -> None:
     assert config["saas_config"]["type"] == "movable_ink"
 
 
-def test_cli_install_and_uninstall_report_the_restart(tmp_path: Path, monkeypatch: object, capsys: object) -> None:
-    import pytest
-
-    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+def test_cli_install_and_uninstall_report_the_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(installer, "fides_overrides_dir", lambda: tmp_path / "overrides")
     assert cli.main(["install", "--fides-dir", str(tmp_path / "fides")]) == 0
     assert cli.main(["uninstall", "--fides-dir", str(tmp_path / "fides")]) == 0
-    out = capsys.readouterr().out  # type: ignore[attr-defined]
+    out = capsys.readouterr().out
     assert "Restart the Fides webserver and workers to load the connector." in out
     assert "removed" in out

@@ -68,7 +68,7 @@ def run_erasure(stack: Stack, say: Any) -> int:
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         for deletion in sandbox.deletions():
-            shown = "received" if deletion.first_observed_terminal_at is None else f"{deletion.status}, confirmed to Fides"
+            shown = "received" if deletion.first_observed_terminal_at is None else f"{deletion.status}, seen by Fides"
             if seen.get(deletion.id) != shown:
                 seen[deletion.id] = shown
                 say(f"Movable Ink: deletion {deletion.id} for {deletion.mi_u}: {shown}")

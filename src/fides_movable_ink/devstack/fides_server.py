@@ -3,7 +3,6 @@
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,9 @@ import requests
 
 from fides_movable_ink import installer
 from fides_movable_ink.devstack.fides_api import FidesApi
-from fides_movable_ink.devstack.services import Postgres, Redis
+from fides_movable_ink.devstack.services import Postgres, Redis, free_port
 
 STARTUP_TIMEOUT = 240.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

@@ -259,7 +259,7 @@ class Services:
 
         log_file = folder / "postgres.log"
         for _ in range(START_ATTEMPTS):
-            port = _free_port()
+            port = free_port()
             started = subprocess.run(
                 private.pg_ctl_command("-l", str(log_file), "-o", f"-p {port}", "-w", "-t", str(int(READY_TIMEOUT)), "-s", "start"),
                 cwd=folder, env=env, capture_output=True, text=True, timeout=READY_TIMEOUT + 30,
@@ -313,7 +313,7 @@ class Services:
         self._private_redis = private = _PrivateRedis(folder)
         log_file = folder / "redis.log"
         for _ in range(START_ATTEMPTS):
-            port = _free_port()
+            port = free_port()
             with open(log_file, "ab") as out:
                 private.process = process = subprocess.Popen(
                     [server, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
@@ -465,7 +465,8 @@ def _usable_by_postgres(folder: Path, run_as: Runner) -> bool:
     return probe.returncode == 0
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])

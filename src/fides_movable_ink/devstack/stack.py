@@ -58,11 +58,7 @@ class Stack:
         self.mapping_dataset = "movable_ink_mapping"
 
     def __enter__(self) -> "Stack":
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
+        return self.start()
 
     def __exit__(self, *exc_info: Any) -> None:
         self.stop()
@@ -73,6 +69,14 @@ class Stack:
         return self._api
 
     def start(self) -> "Stack":
+        """Starts everything; if a part fails to come up, stops what did."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> "Stack":
         self.services.start()
         postgres = self.services.postgres
         for name in (self.app_db, self.customer_db):
@@ -143,8 +147,8 @@ class Stack:
             cursor.execute("SELECT email, mi_u FROM movable_ink_user_map WHERE email = %s", (email,))
             return list(cursor.fetchall())
 
-    def forget_token(self) -> None:
-        """Drops the OAuth token Fides stored, so the next erasure fetches a new one."""
+    def reset_secrets(self) -> None:
+        """Puts back the stack's own Integrations form; this also drops the OAuth token Fides stored."""
         self.api.set_secrets(CONNECTION_KEY, self.secrets(self.mapping_dataset))
 
     def stop(self) -> None:
