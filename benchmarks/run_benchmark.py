@@ -503,59 +503,6 @@ def configure_async(stack: Stack, api: BenchApi) -> None:
     api.use_http_for_sandbox(ASYNC_KEY)
 
 
-def broker_url(stack: Stack, db_index: int) -> str:
-    r = stack.services.redis
-    return f"redis://:{r.password}@{r.host}:{r.port}/{db_index}"
-
-
-def claim_redis_db(stack: Stack) -> int:
-    """A Redis database no one else uses, preferring 15 (the devstack picks 1-14 at random).
-
-    Two Fides stacks on one Redis database share Celery queues: a stranger's worker then takes
-    this stack's tasks and its erasures never finish. So the benchmark chooses the index itself
-    and hands it to Fides through the settings FidesServer lets callers override.
-    """
-    stack.services.start()  # idempotent: Stack.start() reuses these servers
-    r = stack.services.redis
-
-    def connect(db: int) -> "redis.Redis":
-        return redis.Redis(host=r.host, port=r.port, password=r.password or None, db=db)
-
-    admin = connect(0)
-    try:
-        in_use = {int(c.get("db", 0)) for c in cast(list[dict[str, Any]], admin.client_list())}
-    finally:
-        admin.close()
-    for index in (15, *range(14, 0, -1)):
-        if index in in_use:
-            continue
-        probe = connect(index)
-        try:
-            if not probe.dbsize():
-                break
-        finally:
-            probe.close()
-    else:
-        raise RuntimeError("no free Redis database (1-15) for the benchmark's Fides")
-    url = broker_url(stack, index)
-    stack.fides_env.update({
-        "FIDES__REDIS__DB_INDEX": str(index),
-        "FIDES__CELERY__BROKER_URL": url,
-        "FIDES__CELERY__RESULT_BACKEND": url,
-    })
-    return index
-
-
-def release_redis_db(stack: Stack, index: int) -> None:
-    """Empties the database this run claimed, so the next run finds it free again."""
-    r = stack.services.redis
-    client = redis.Redis(host=r.host, port=r.port, password=r.password or None, db=index)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-
-
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
@@ -591,17 +538,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                            "FIDES__CELERY__WORKER_CONCURRENCY": "1"},
             )
             install_async_template(stack.workdir)
-            try:
-                db_index = claim_redis_db(stack)
-            except BaseException:
-                stack.stop()
-                raise
-            progress(f"{workers} worker(s): Fides will use Redis database {db_index}")
             with stack:
                 assert stack.fides is not None and stack.sandbox is not None
+                progress(f"{workers} worker(s): Fides uses Redis database {stack.fides.redis_db_index}")
                 api = BenchApi(stack.fides.url, stack.fides.root_client_id, stack.fides.root_client_secret)
                 configure_async(stack, api)
-                ticker = PollTicker(broker_url(stack, db_index), args.cadence).start()
+                ticker = PollTicker(stack.fides.broker_url, args.cadence).start()
                 try:
                     for mode in MODES:  # warm-up: first erasures load code and fetch a token; not reported
                         use_mode(api, mode)
@@ -631,9 +573,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                         progress("failed-deletion check: " + " | ".join(failure_lines))
                 finally:
                     ticker.stop()
-                    assert stack.fides is not None
-                    stack.fides.stop()  # before emptying its Redis database
-                    release_redis_db(stack, db_index)
             task_log.unlink(missing_ok=True)
     finally:
         shim.remove()

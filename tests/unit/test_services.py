@@ -135,6 +135,11 @@ def test_starts_private_servers_and_removes_them(monkeypatch: pytest.MonkeyPatch
         assert select_one(pg.dsn("postgres")) == 1
         exercise_postgres(pg)
         assert ping(rd.host, rd.port, rd.password)
+        # Two stacks never share a Redis database; a flushed claim is free again.
+        first, second = rd.claim_database(), rd.claim_database()
+        assert first != second and {first, second} <= set(range(1, 16))
+        rd.flush_database(first)
+        assert rd.claim_database() == first
     finally:
         stack.stop()
     assert not port_open(pg.port), "the private PostgreSQL still listens after stop()"

@@ -32,10 +32,11 @@ class FidesServer:
     port: int = field(default_factory=free_port)
     root_client_id: str = "mi_devstack_root"
     root_client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    redis_db_index: int = field(default_factory=lambda: secrets.randbelow(14) + 1)
+    redis_db_index: int = 0  # 0: claim a free database at start (and empty it at stop)
     app_encryption_key: str = field(default_factory=lambda: secrets.token_hex(16))
     extra_env: dict[str, str] = field(default_factory=dict)
     _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _claimed_redis_db: bool = False
 
     @property
     def url(self) -> str:
@@ -51,9 +52,13 @@ class FidesServer:
     def logs(self) -> list[Path]:
         return [self.webserver_log] + [self.worker_log(i) for i in range(self.workers)]
 
+    @property
+    def broker_url(self) -> str:
+        return self.redis.url(self.redis_db_index)
+
     def env(self) -> dict[str, str]:
         """Fides settings. DEV_MODE and disabled domain validation exist only for the loopback sandbox."""
-        broker = f"redis://:{self.redis.password}@{self.redis.host}:{self.redis.port}/{self.redis_db_index}"
+        broker = self.broker_url
         settings = {
             "FIDES__DATABASE__SERVER": self.postgres.host,
             "FIDES__DATABASE__PORT": str(self.postgres.port),
@@ -89,6 +94,9 @@ class FidesServer:
             raise
 
     def _start(self) -> "FidesServer":
+        if not self.redis_db_index:
+            self.redis_db_index = self.redis.claim_database()
+            self._claimed_redis_db = True
         self.log(f"Fides: installing the connector into {self.workdir}")
         installer.install(self.workdir)
         env = self.env()
@@ -119,6 +127,9 @@ class FidesServer:
                 process.kill()
                 process.wait()
         self._processes.clear()
+        if self._claimed_redis_db:
+            self.redis.flush_database(self.redis_db_index)
+            self._claimed_redis_db = False
 
     def worker_processes(self) -> list[subprocess.Popen[bytes]]:
         return self._processes[1:]

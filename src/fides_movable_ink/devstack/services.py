@@ -46,6 +46,9 @@ POSTGRES_LIB_GLOB = "/usr/lib/postgresql/*/bin"
 POSTGRES_OS_USER = "postgres"
 # A Unix socket path must fit in sockaddr_un.sun_path (~107 bytes), ".s.PGSQL.NNNNN" included.
 MAX_SOCKET_DIR_LEN = 90
+# Key that marks a Redis database as claimed by a devstack Fides (flushed with the database).
+CLAIM_MARKER = "fides-movable-ink:claimed"
+CLAIM_SECONDS = 24 * 3600
 # A freshly picked free port can be taken by someone else before the server binds it.
 START_ATTEMPTS = 3
 
@@ -118,6 +121,43 @@ class Redis:
     port: int
     password: str
     started_here: bool
+
+    def url(self, db: int) -> str:
+        return f"redis://:{quote(self.password, safe='')}@{self.host}:{self.port}/{db}"
+
+    def claim_database(self) -> int:
+        """A database (1-15) that no client is connected to and no other stack has claimed.
+
+        Two Fides stacks on one Redis database share Celery queues: one stack's worker then
+        takes the other's tasks, whose erasures never finish. Data other programs left in a
+        database is never deleted; only `flush_database` of our own claim empties one.
+        """
+        with self._client(0) as admin:
+            in_use = {int(client.get("db", 0)) for client in admin.client_list()}
+        for index in range(15, 0, -1):
+            if index not in in_use:
+                with self._client(index) as probe:
+                    # An atomic marker: a stack starting at the same time moves on to another
+                    # database. It expires, so a stack that died cannot hold one forever.
+                    if probe.set(CLAIM_MARKER, os.getpid(), nx=True, ex=CLAIM_SECONDS):
+                        return index
+        raise RuntimeError(
+            f"Redis at {self.host}:{self.port} has no free database (1-15): other stacks hold them all; "
+            "stop them or point MI_REDIS_HOST/MI_REDIS_PORT at another Redis"
+        )
+
+    def flush_database(self, index: int) -> None:
+        """Empties a claimed database, so the next stack finds it free."""
+        with self._client(index) as client:
+            client.flushdb()
+
+    @contextlib.contextmanager
+    def _client(self, db: int) -> Iterator[redis.Redis]:
+        client = redis.Redis(host=self.host, port=self.port, password=self.password or None, db=db)
+        try:
+            yield client
+        finally:
+            client.close()
 
 
 # Wraps a command so it runs as the postgres system user (identity unless we are root).
